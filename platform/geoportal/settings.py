@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -102,11 +102,14 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         validate_assignment=True,
+        populate_by_name=True,
     )
 
     storage_root: Path = Field(
         default_factory=lambda: default_home() / "storage",
-        description="The shared storage: datasets/ and users/<name>/ live here.",
+        validation_alias=AliasChoices("storage_root", "GEOPORTAL_STORAGE", "GEOPORTAL_STORAGE_ROOT"),
+        description="The shared storage: datasets/ and users/<name>/ live here "
+        "(environment: GEOPORTAL_STORAGE).",
     )
     state_dir: Path = Field(
         default_factory=lambda: default_home() / "state",

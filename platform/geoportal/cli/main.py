@@ -33,11 +33,16 @@ def _root(
 
 
 def _register() -> None:
-    # One line per command module; each module defines `register(app)`.
-    from geoportal.cli import settings_cmd
+    # Every module geoportal/cli/<name>_cmd.py defines `register(app)`; adding a
+    # command group is adding such a module.
+    import importlib
+    import pkgutil
 
-    for module in (settings_cmd,):
-        module.register(app)
+    import geoportal.cli as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.endswith("_cmd"):
+            importlib.import_module(f"geoportal.cli.{info.name}").register(app)
 
 
 _register()
