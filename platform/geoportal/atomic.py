@@ -79,17 +79,14 @@ def atomic_path(final: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
 
 
 @contextlib.contextmanager
-def atomic_open(
-    final: str | os.PathLike[str], mode: str = "w", **kwargs: Any
-) -> Iterator[IO[Any]]:
+def atomic_open(final: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary file for writing; it becomes ``final`` when the block ends cleanly."""
     if not any(m in mode for m in "wax"):
         raise ValueError("atomic_open is for writing")
-    with atomic_path(final) as tmp:
-        with open(tmp, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_path(final) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def atomic_write_text(final: str | os.PathLike[str], text: str) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from geoportal.errors import InvalidInputError
 
@@ -56,7 +57,9 @@ def default_color(code: int) -> str:
     return PALETTE[(int(code) - 1) % len(PALETTE)]
 
 
-def make_classes(codes_to_names: dict[int, str], colors: dict[int, str] | None = None) -> list[ClassInfo]:
+def make_classes(
+    codes_to_names: dict[int, str], colors: dict[int, str] | None = None
+) -> list[ClassInfo]:
     """Build a sorted class list, filling missing colours from :data:`PALETTE`."""
     colors = colors or {}
     return [
@@ -70,9 +73,8 @@ def classes_to_json(classes: Sequence[ClassInfo]) -> list[dict[str, object]]:
 
 
 def classes_from_json(data: Iterable[dict[str, object]] | str) -> list[ClassInfo]:
-    if isinstance(data, str):
-        data = json.loads(data)
-    return [ClassInfo(int(d["code"]), str(d["name"]), str(d["color"])) for d in data]  # type: ignore[arg-type]
+    items: Iterable[dict[str, Any]] = json.loads(data) if isinstance(data, str) else data
+    return [ClassInfo(int(d["code"]), str(d["name"]), str(d["color"])) for d in items]
 
 
 def by_name(classes: Sequence[ClassInfo]) -> dict[str, ClassInfo]:

@@ -120,11 +120,12 @@ class ContainerWriter:
             **(extra or {}),
         }
         self._tmp = {k: temporary_sibling(p) for k, p in self.paths.items()}
-        self._patches = open(self._tmp["patches"], "wb")
+        # The handles live until close()/abort(), which close them.
+        self._patches = open(self._tmp["patches"], "wb")  # noqa: SIM115
         self._patches.write(b"\0" * _HEADER_BYTES)
         self._masks = None
         if with_masks:
-            self._masks = open(self._tmp["masks"], "wb")
+            self._masks = open(self._tmp["masks"], "wb")  # noqa: SIM115
             self._masks.write(b"\0" * _HEADER_BYTES)
         self._windows = array("i")
         self._labels = array("h")
@@ -145,7 +146,12 @@ class ContainerWriter:
             )
         self._patches.write(np.ascontiguousarray(patch, dtype=self.dtype).tobytes())
         if isinstance(window, Window):
-            window = (int(window.col_off), int(window.row_off), int(window.width), int(window.height))
+            window = (
+                int(window.col_off),
+                int(window.row_off),
+                int(window.width),
+                int(window.height),
+            )
         self._windows.extend(int(v) for v in window)
         self._labels.append(-1 if label is None else int(label))
         if self._masks is not None:
@@ -249,7 +255,9 @@ class Container:
                 f"container {self.path}: its metadata file {self.paths['meta'].name} is missing"
             ) from None
         except (OSError, ValueError) as exc:
-            raise InvalidContainerError(f"container {self.path}: unreadable metadata ({exc})") from None
+            raise InvalidContainerError(
+                f"container {self.path}: unreadable metadata ({exc})"
+            ) from None
         if self.meta.get("format") != "geoportal-container":
             raise InvalidContainerError(f"{self.path} is not a geoportal sample container")
 

@@ -57,9 +57,15 @@ class LabelSet:
     def to_crs(self, crs: CRS | str) -> LabelSet:
         """The same labels in ``crs`` (no-op when equal)."""
         target = CRS.from_user_input(crs)
-        if self.crs == target:
+        # rasterio's CRS equality ignores datum realisations (EPSG:3358 == EPSG:32119);
+        # compare the definitions so that such labels are really transformed and carry
+        # the scene's CRS afterwards.
+        current = self.crs
+        if current is not None and current.to_wkt() == target.to_wkt():
             return self
-        return LabelSet(self.features.to_crs(target.to_wkt()), self.classes, self.class_field, self.source)
+        return LabelSet(
+            self.features.to_crs(target.to_wkt()), self.classes, self.class_field, self.source
+        )
 
     def counts(self) -> dict[str, int]:
         """Features per class name."""
@@ -74,7 +80,10 @@ def _companion_names(frame: pd.DataFrame, class_field: str) -> dict[int, str] | 
             continue
         pairs = frame[[class_field, column]].dropna().drop_duplicates()
         if len(pairs) and pairs[class_field].is_unique and pairs[column].is_unique:
-            return {int(k): str(v).strip() for k, v in zip(pairs[class_field], pairs[column], strict=True)}
+            return {
+                int(k): str(v).strip()
+                for k, v in zip(pairs[class_field], pairs[column], strict=True)
+            }
     return None
 
 
@@ -109,7 +118,9 @@ def resolve_classes(
                 f"class names {unknown} in '{class_field}' are not in the given classes",
                 field="class_field",
             )
-        return names_col.map(lambda n: lookup[n].code).to_numpy(), sorted(classes, key=lambda c: c.code)
+        return names_col.map(lambda n: lookup[n].code).to_numpy(), sorted(
+            classes, key=lambda c: c.code
+        )
     distinct = sorted(set(names_col))
     mapping = {name: i + 1 for i, name in enumerate(distinct)}
     return names_col.map(mapping).to_numpy(), make_classes({v: k for k, v in mapping.items()})
@@ -138,6 +149,10 @@ def read_labels(
         raise InvalidInputError(
             f"labels {path.name} cannot be read as vector data ({exc})", field="labels"
         ) from None
+    if frame.empty:
+        raise LabelsNotFoundError(
+            f"labels {path.name} hold no features: draw or import some first", field="labels"
+        )
     if class_field not in frame.columns:
         fields = ", ".join(c for c in frame.columns if c != "geometry")
         raise InvalidInputError(
@@ -183,7 +198,11 @@ def rasterize_labels(
     if not shapes:
         return np.zeros(shape, dtype=np.uint8)
     return rasterize(
-        shapes, out_shape=shape, transform=transform, fill=NO_LABEL, dtype="uint8",
+        shapes,
+        out_shape=shape,
+        transform=transform,
+        fill=NO_LABEL,
+        dtype="uint8",
         all_touched=all_touched,
     )
 

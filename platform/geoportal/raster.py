@@ -37,6 +37,17 @@ def gdal_path(location: str | os.PathLike[str]) -> str:
     return text
 
 
+def _looks_like_tiff(path: str) -> bool:
+    # A GeoTIFF whose directory lies at its end (GDAL's usual layout) fails at open
+    # when cut short; its magic bytes tell "truncated TIFF" from "not a raster".
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False
+    return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
 def open_scene(location: str | os.PathLike[str]) -> DatasetReader:
     """Open a scene for reading, with errors that say what is wrong.
 
@@ -54,6 +65,12 @@ def open_scene(location: str | os.PathLike[str]) -> DatasetReader:
     try:
         dataset = rasterio.open(gdal_path(text))
     except (RasterioIOError, RasterioError) as exc:
+        if not is_url and _looks_like_tiff(text):
+            raise InvalidRasterError(
+                f"{Path(text).name} is a TIFF file but damaged or truncated: GDAL cannot read "
+                f"its structure ({exc}); copy or download it again",
+                field="raster",
+            ) from None
         raise InvalidRasterError(
             f"{Path(text).name} is not a raster GDAL can read ({exc})", field="raster"
         ) from None
@@ -105,7 +122,8 @@ class SceneInfo:
 def band_names(dataset: DatasetReader) -> tuple[str, ...]:
     """Band descriptions where set, else ``B1``, ``B2``, …"""
     return tuple(
-        (desc or f"B{i + 1}") for i, desc in enumerate(dataset.descriptions or [None] * dataset.count)
+        (desc or f"B{i + 1}")
+        for i, desc in enumerate(dataset.descriptions or [None] * dataset.count)
     )
 
 
@@ -121,7 +139,10 @@ def _footprint(dataset: DatasetReader, densify: int = 21) -> dict[str, Any]:
     )
     geom = {"type": "Polygon", "coordinates": [ring]}
     out = transform_geom(dataset.crs, WGS84, geom)
-    return {"type": "Polygon", "coordinates": [[tuple(map(float, p)) for p in out["coordinates"][0]]]}
+    return {
+        "type": "Polygon",
+        "coordinates": [[tuple(map(float, p)) for p in out["coordinates"][0]]],
+    }
 
 
 def _area_km2(dataset: DatasetReader, footprint: dict[str, Any]) -> float:

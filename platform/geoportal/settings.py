@@ -107,7 +107,9 @@ class Settings(BaseSettings):
 
     storage_root: Path = Field(
         default_factory=lambda: default_home() / "storage",
-        validation_alias=AliasChoices("storage_root", "GEOPORTAL_STORAGE", "GEOPORTAL_STORAGE_ROOT"),
+        validation_alias=AliasChoices(
+            "storage_root", "GEOPORTAL_STORAGE", "GEOPORTAL_STORAGE_ROOT"
+        ),
         description="The shared storage: datasets/ and users/<name>/ live here "
         "(environment: GEOPORTAL_STORAGE).",
     )
@@ -171,9 +173,13 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
         except OSError as exc:
-            raise ConfigError(f"cannot read settings file {path}: {exc.strerror}", field="config")
+            raise ConfigError(
+                f"cannot read settings file {path}: {exc.strerror}", field="config"
+            ) from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"settings file {path} is not valid YAML: {exc}", field="config")
+            raise ConfigError(
+                f"settings file {path} is not valid YAML: {exc}", field="config"
+            ) from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"settings file {path} must hold a mapping", field="config")
         data.update(loaded)

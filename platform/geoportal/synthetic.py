@@ -114,14 +114,18 @@ def make_scene(
                 continue
             if not (truth[r0:r1, c0:c1] == code).all():
                 continue
-            x0, y0 = transform * (c0, r1)
-            x1, y1 = transform * (c1, r0)
-            geoms.append(box(x0, y0, x1, y1) if made % 3 else Point(*(transform * (c + 0.5, r + 0.5))))
+            x0, y0 = transform @ (c0, r1)
+            x1, y1 = transform @ (c1, r0)
+            geoms.append(
+                box(x0, y0, x1, y1) if made % 3 else Point(*(transform @ (c + 0.5, r + 0.5)))
+            )
             names.append(CLASS_NAMES[code - 1])
             made += 1
             if made >= labels_per_class:
                 break
-    frame = gpd.GeoDataFrame({"label": names}, geometry=geoms, crs=CRS.from_user_input(crs).to_wkt())
+    frame = gpd.GeoDataFrame(
+        {"label": names}, geometry=geoms, crs=CRS.from_user_input(crs).to_wkt()
+    )
     frame = frame.to_crs(labels_crs)
     labels = folder / f"{name}_labels.gpkg"
     with atomic_path(labels) as tmp:

@@ -101,4 +101,4 @@ class TileGrid:
 
 def window_transform(transform: Affine, window: Window) -> Affine:
     """The geotransform of ``window`` cut from a raster with ``transform``."""
-    return transform * Affine.translation(window.col_off, window.row_off)
+    return transform @ Affine.translation(window.col_off, window.row_off)
