@@ -46,3 +46,22 @@ def build_model(name: str, in_channels: int, num_classes: int, **kwargs: Any) ->
         raise InvalidInputError(
             f"arguments of architecture '{name}' are wrong: {exc}", field="model.args"
         ) from None
+
+
+# Importing the architecture modules registers them; they import torch, so only
+# code that builds a model (training, inference, checkpoints) pays for it.
+def _register_builtin() -> None:
+    import os
+
+    import torch
+
+    from geoportal.models import fcn, patch_cnn, unet  # noqa: F401
+
+    # A process forked after torch ran a parallel (OpenMP) op hangs at its next
+    # parallel op: GNU OpenMP is not fork-safe. PyWPS forks async jobs from a server
+    # that may have trained or inferred before, so forked children compute on one
+    # thread (what torch's own DataLoader workers do).
+    os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
+
+
+_register_builtin()
