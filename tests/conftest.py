@@ -16,7 +16,9 @@ ARTIFACTS = REPO / "test-artifacts"
 def shared_data() -> Path:
     """``../shared/data``: real scenes and labels (see its README)."""
     if not (SHARED_DATA / "README.md").exists():
-        pytest.fail(f"real test data missing: expected {SHARED_DATA} (../shared/data beside the repo)")
+        pytest.fail(
+            f"real test data missing: expected {SHARED_DATA} (../shared/data beside the repo)"
+        )
     return SHARED_DATA
 
 

@@ -74,7 +74,9 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         raw = torch.load(path, map_location=map_location, weights_only=False)
         raw["info"] = ModelInfo.model_validate(raw["info"])
     except Exception as exc:
-        raise InvalidInputError(f"{path.name} is not a geoportal model checkpoint ({exc})", field="model") from None
+        raise InvalidInputError(
+            f"{path.name} is not a geoportal model checkpoint ({exc})", field="model"
+        ) from None
     return raw
 
 
