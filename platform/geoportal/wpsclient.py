@@ -49,9 +49,8 @@ class WpsClient:
         self.url = url
         self.headers = {"Authorization": f"token {token}"} if token else {}
         self.timeout = timeout
-        self._wps = WebProcessingService(
-            url, headers=self.headers, skip_caps=True, timeout=timeout
-        )
+        self._wps = WebProcessingService(url, headers=self.headers, skip_caps=True, timeout=timeout)
+        self._outputs: dict[str, list[tuple[str, bool]]] = {}
 
     def processes(self) -> list[str]:
         """The identifiers the service lists in GetCapabilities."""
@@ -80,11 +79,20 @@ class WpsClient:
             pairs.append((name, str(value)))
         started = time.monotonic()
         try:
-            execution = self._wps.execute(identifier, pairs, mode="async")
+            # OWSLib asks for an asynchronous, stored response only when outputs are
+            # listed; without them the service runs the job synchronously.
+            form = self._output_form(identifier)
+            execution = self._wps.execute(identifier, pairs, output=form, mode="async")
         except Exception as exc:  # OWSLib raises ServiceException, HTTPError, ...
-            raise WpsProcessError(f"{identifier}: the WPS refused the request: {exc}") from None
+            raise WpsProcessError(
+                f"{identifier}: the WPS refused the request: {_plain(str(exc))}"
+            ) from None
         self._raise_for_errors(identifier, execution)
         last = (-1.0, "")
+        if progress and not execution.isComplete():
+            # The Execute response itself is the first status (accepted, 0 %).
+            last = (float(execution.percentCompleted or 0), execution.statusMessage or "")
+            progress(*last)
         while not execution.isComplete():
             if time.monotonic() - started > timeout:
                 raise WpsProcessError(f"{identifier} did not finish within {timeout:.0f} s")
@@ -103,11 +111,20 @@ class WpsClient:
                 outputs[output.identifier] = output.reference
             elif output.data:
                 outputs[output.identifier] = "".join(str(d) for d in output.data)
-        if progress:
+        if progress and last[0] < 100:
             progress(100.0, execution.statusMessage or "done")
         return WpsResult(
             identifier, outputs, time.monotonic() - started, execution.statusMessage or ""
         )
+
+    def _output_form(self, identifier: str) -> list[tuple[str, bool]]:
+        """The process's outputs, complex ones as references (DescribeProcess, cached)."""
+        if identifier not in self._outputs:
+            process = self._wps.describeprocess(identifier)
+            self._outputs[identifier] = [
+                (o.identifier, o.dataType == "ComplexData") for o in process.processOutputs
+            ]
+        return self._outputs[identifier]
 
     def fetch(self, reference: str) -> bytes:
         """Download an output reference (with the token)."""
@@ -126,4 +143,17 @@ class WpsClient:
                 f"{e.code}: {e.text}" + (f" ({e.locator})" if getattr(e, "locator", None) else "")
                 for e in errors
             )
-            raise WpsProcessError(f"{identifier} failed: {text or execution.statusMessage or execution.status}")
+            raise WpsProcessError(
+                f"{identifier} failed: {text or execution.statusMessage or execution.status}"
+            )
+
+
+def _plain(text: str) -> str:
+    """An error page's text without its HTML (a 401 from the service is an HTML page)."""
+    import html
+    import re
+
+    if "<" not in text:
+        return text
+    body = re.sub(r"<title>.*?</title>|<[^>]+>", " ", text, flags=re.S)
+    return " ".join(html.unescape(body).split())
