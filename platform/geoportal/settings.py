@@ -138,8 +138,10 @@ class Settings(BaseSettings):
 
     @property
     def wps_url(self) -> str:
-        """The URL clients use for the WPS endpoint."""
-        return self.wps.public_url or f"http://{self.wps.host}:{self.wps.port}/wps"
+        """The URL clients use for the WPS endpoint (``<public_url>/wps`` behind the hub)."""
+        if self.wps.public_url:
+            return self.wps.public_url.rstrip("/") + "/wps"
+        return f"http://{self.wps.host}:{self.wps.port}/wps"
 
     def to_yaml(self) -> str:
         """Serialise to the YAML form :func:`load_settings` reads (and the chart renders)."""
