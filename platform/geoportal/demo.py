@@ -21,8 +21,6 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -229,27 +227,10 @@ def _scene_into_datasets(storage: Storage, local: Path) -> str:
 # -- the WPS server ---------------------------------------------------------------------------
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A free TCP port on ``host`` (the server binds it right after)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def wps_command(port: int) -> list[str]:
-    """The command that runs ``geoportal wps --port PORT`` with this interpreter.
-
-    Where the CLI has no ``wps`` command (a core-only install), the server module
-    that command wraps is run directly.
-    """
-    import typer.main
-
-    from geoportal.cli import app
-
-    if "wps" in getattr(typer.main.get_command(app), "commands", {}):
-        return [sys.executable, "-c", "from geoportal.cli import main; main()", "wps",
-                "--port", str(port)]  # fmt: skip
-    return [sys.executable, "-m", "wps_processes.app", "--port", str(port)]
+    """``geoportal wps --port PORT`` run with this interpreter."""
+    return [sys.executable, "-c", "from geoportal.cli import main; main()", "wps",
+            "--port", str(port)]  # fmt: skip
 
 
 @contextmanager
@@ -259,26 +240,24 @@ def local_wps_server(
     """Run ``geoportal wps`` on a free loopback port for the block; yield its endpoint.
 
     The server acts for ``user`` (``GEOPORTAL_USER``), serves loopback only and is
-    stopped with SIGTERM (then killed) when the block ends, also on errors.
+    stopped (its whole process group) when the block ends, also on errors.
 
     Raises:
         DemoError: the server exited or did not answer within ``startup_timeout``.
     """
+    from geoportal.services import ManagedProcess, free_port
+
     port = free_port()
-    child_env = {**os.environ, **(env or {}), "GEOPORTAL_USER": user}
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            wps_command(port), stdout=log, stderr=subprocess.STDOUT, env=child_env
-        )
+    server = ManagedProcess(
+        "wps", wps_command(port), {**os.environ, **(env or {}), "GEOPORTAL_USER": user}, log_path
+    ).start()
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
-            if process.poll() is not None:
+            if not server.running():
                 raise DemoError(
-                    f"the WPS server exited with code {process.returncode} before answering; "
-                    f"see {log_path}:\n{_tail(log_path)}"
+                    f"the WPS server exited before answering; see {log_path}:\n{_tail(log_path)}"
                 )
             try:
                 with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
@@ -294,13 +273,7 @@ def local_wps_server(
             time.sleep(0.2)
         yield f"{base}/wps"
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        server.stop()
 
 
 def _tail(path: Path, lines: int = 15) -> str:
