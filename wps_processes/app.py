@@ -552,7 +552,7 @@ def serve(app: WpsApp, host: str, port: int, *, ready: Callable[[str], None] | N
             LOGGER.debug("%s %s %s", self.command, self.path, code)
 
     server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
-    server.daemon_threads = True
+    server.daemon_threads = True  # type: ignore[attr-defined]
     os.register_at_fork(after_in_child=server.socket.close)
 
     def stop(signum: int, _frame: Any) -> None:

@@ -55,7 +55,8 @@ class WpsSettings(_Section):
     port: int = Field(5000, ge=1, le=65535, description="Port of the WPS server.")
     public_url: str = Field(
         "",
-        description="URL clients use to reach the WPS, e.g. http://127.0.0.1:8000/services/wps. "
+        description="Base URL of the WPS service as clients see it, e.g. "
+        "http://127.0.0.1:8000/services/wps; the OGC endpoint is <public_url>/wps. "
         "Empty means http://<host>:<port>.",
     )
     database: str = Field(

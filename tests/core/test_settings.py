@@ -39,14 +39,14 @@ def test_defaults_are_documented_local_folders(tmp_path: Path) -> None:
 def test_yaml_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = write(
         tmp_path / "geoportal.yaml",
-        "storage_root: /srv/from-yaml\ndevice: cpu\nwps:\n  port: 5100\n  public_url: http://w/wps\n"
+        "storage_root: /srv/from-yaml\ndevice: cpu\nwps:\n  port: 5100\n  public_url: http://w/services/wps\n"
         "dask:\n  scheduler: tcp://10.0.0.1:8786\n",
     )
     settings = load_settings(config)
     assert settings.storage_root == Path("/srv/from-yaml")
     assert settings.device is Device.cpu
     assert settings.wps.port == 5100
-    assert settings.wps_url == "http://w/wps"
+    assert settings.wps_url == "http://w/services/wps/wps"
     assert settings.dask.scheduler == "tcp://10.0.0.1:8786"
     # The environment wins over the file, nested keys with "__".
     monkeypatch.setenv("GEOPORTAL_DEVICE", "cuda")
@@ -54,7 +54,7 @@ def test_yaml_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     settings = load_settings(config)
     assert settings.device is Device.cuda
     assert settings.wps.port == 5200
-    assert settings.wps.public_url == "http://w/wps"  # the rest of the section stays from YAML
+    assert settings.wps.public_url == "http://w/services/wps"  # the rest of the section stays from YAML
     # GEOPORTAL_CONFIG names the file when no path is given.
     monkeypatch.setenv("GEOPORTAL_CONFIG", str(config))
     assert load_settings().dask.scheduler == "tcp://10.0.0.1:8786"
