@@ -54,7 +54,8 @@ def test_yaml_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     settings = load_settings(config)
     assert settings.device is Device.cuda
     assert settings.wps.port == 5200
-    assert settings.wps.public_url == "http://w/services/wps"  # the rest of the section stays from YAML
+    # The rest of the section stays from YAML.
+    assert settings.wps.public_url == "http://w/services/wps"
     # GEOPORTAL_CONFIG names the file when no path is given.
     monkeypatch.setenv("GEOPORTAL_CONFIG", str(config))
     assert load_settings().dask.scheduler == "tcp://10.0.0.1:8786"
