@@ -34,24 +34,17 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from geoportal.errors import ConfigError
+from geoportal.services import free_port
 from geoportal.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 WPS_SERVICE = "wps"
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def hub_state_dir(settings: Settings) -> Path:

@@ -31,12 +31,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from geoportal.errors import GeoportalError, InvalidInputError, StorageNotFoundError
 from geoportal.storage import Storage
+from geoportal.wpsclient import storage_location
 
 Echo = Callable[[str], None]
 
@@ -286,20 +286,6 @@ def _tail(path: Path, lines: int = 15) -> str:
 # -- the loop ---------------------------------------------------------------------------------
 
 
-def storage_path(reference: str) -> str:
-    """The storage-relative path of a WPS output reference (``…/outputs/<path>``).
-
-    The references die with a temporary server; the storage paths stay valid and are
-    what the map, notebooks and later WPS inputs accept.
-    """
-    parts = urlsplit(reference)
-    if parts.scheme not in ("http", "https"):
-        return reference
-    path = unquote(parts.path)
-    marker = "/outputs/"
-    return path.split(marker, 1)[1] if marker in path else reference
-
-
 def run_demo(
     client: Any,
     inputs: DemoInputs,
@@ -318,7 +304,7 @@ def run_demo(
     def step(name: str, identifier: str, values: dict[str, Any]) -> dict[str, str]:
         echo(f"▶ {name} ({identifier})")
         done = client.execute(identifier, values, progress=progress(name) if progress else None)
-        paths = {k: storage_path(v) for k, v in done.outputs.items()}
+        paths = {k: storage_location(v) for k, v in done.outputs.items()}
         result.steps.append(DemoStep(name, identifier, done.seconds, paths, done.status_message))
         echo(f"✔ {name}: {done.seconds:.1f} s — {done.status_message or 'done'}")
         return done.outputs

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from geoportal.errors import GeoportalError, InvalidInputError
 
@@ -32,6 +33,29 @@ class WpsResult:
     seconds: float
     status_message: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+
+
+def storage_location(reference: str) -> str:
+    """The storage-relative path of an output reference (``…/outputs/<path>``).
+
+    The WPS publishes outputs under ``<service>/outputs/<storage path>``. References
+    die with a temporary server; the storage path stays valid and is what the map,
+    notebooks and later WPS inputs accept. A value that is not an http(s) URL (a
+    storage path already, or a literal output) is returned as is.
+
+    Raises:
+        InvalidInputError: an http(s) URL that is not an output reference.
+    """
+    parts = urlsplit(reference)
+    if parts.scheme not in ("http", "https"):
+        return reference
+    path = unquote(parts.path)
+    marker = "/outputs/"
+    if marker not in path:
+        raise InvalidInputError(
+            f"{reference} is not an output reference of the WPS", field="reference"
+        )
+    return path.split(marker, 1)[1]
 
 
 class WpsClient:

@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,9 @@ import pywps.tests  # noqa: F401 - imported here so that its side effect is undo
 # record (and caplog) for the rest of the session.
 logging.disable(logging.NOTSET)
 
+from geoportal.services import free_port  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.wps.server import TOKENS  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def build_test_storage(root: Path, shared_data: Path) -> Path:

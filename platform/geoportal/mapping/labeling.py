@@ -525,7 +525,7 @@ class LabelingMap:
 
     def run_inference(self, model: str | None = None) -> Any:
         """Classify the scene with ``model`` (or the model field) and show it as a layer."""
-        from geoportal.mapping.wps import storage_location
+        from geoportal.wpsclient import storage_location
 
         model = model or self.model_text.value.strip()
         if not model:

@@ -12,31 +12,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from geoportal.errors import InvalidInputError
 from geoportal.wpsclient import WpsClient, WpsResult
 
 Progress = Callable[[float, str], None]
 CLASS_FIELD = "class"
-
-
-def storage_location(reference: str) -> str:
-    """The storage-relative path of an output reference (``…/outputs/<path>``).
-
-    The WPS publishes outputs under ``<service>/outputs/<storage path>``; a path
-    that is already storage-relative is returned as is.
-    """
-    parts = urlsplit(reference)
-    if parts.scheme not in ("http", "https"):
-        return reference
-    path = unquote(parts.path)
-    marker = "/outputs/"
-    if marker not in path:
-        raise InvalidInputError(
-            f"{reference} is not an output reference of the WPS", field="reference"
-        )
-    return path.split(marker, 1)[1]
 
 
 class MapProcesses:
