@@ -3,7 +3,11 @@
 The scene (default 8192 × 8192 px, 6 bands, uint8 DN, nodata 0) is built by
 mirror-tiling the real 489 × 443 NC Landsat 7 bands (reflections keep every
 seam continuous), written once as a tiled DEFLATE GeoTIFF into ``--cache``.
-The model has random weights (speed does not depend on them).
+The model has random weights (speed does not depend on them); by default it is
+the U-Net that ``geoportal train`` builds (base 16 channels, depth 3). A smaller
+model (``--args '{"base_channels": 4, "depth": 2}'``) is the I/O stress case:
+on a CPU its forward pass is so cheap that decoding the scene takes a sizeable
+share of the same cores (see docs/inference.md).
 
 Prints the time of every pipeline stage, the pure forward throughput of the same
 model and batch shape, the end-to-end throughput, and as the LAST line the
@@ -96,9 +100,11 @@ def pure_forward(ckpt: Path, config, device: str, seconds: float = 20.0) -> floa
     """Mpx/s of the forward pass alone on batches shaped like the pipeline's."""
     import torch
 
+    from geoportal.hostmemory import keep_freed_memory
     from geoportal.inference.engine import autocast, forward_probs
     from geoportal.inference.source import load_predictor
 
+    keep_freed_memory()  # as run_inference does: both sides measured with the same allocator
     predictor = load_predictor(ckpt, device)
     info = predictor.info
     t = config.tile_size
@@ -129,7 +135,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=8192, help="scene side in pixels (≥ 8000)")
     parser.add_argument("--arch", default="unet", help="unet, fcn or patch_cnn")
     parser.add_argument(
-        "--args", default='{"base_channels": 4, "depth": 2}', help="architecture arguments (JSON)"
+        "--args", default="{}", help="architecture arguments (JSON); default: training's default"
     )
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=4)

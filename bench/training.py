@@ -36,6 +36,9 @@ from geoportal.training.synthetic import make_sample_set
 
 
 def main() -> None:
+    from geoportal.hostmemory import keep_freed_memory
+
+    keep_freed_memory()  # as train() does: both sides measured with the same allocator
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bands", type=int, default=6)
     parser.add_argument("--patch", type=int, default=9)

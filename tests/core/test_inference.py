@@ -137,6 +137,41 @@ def test_tiles_equal_whole_image_forward(synth, fcn_ckpt, tmp_path, blend):
     np.testing.assert_array_equal(classes[clear], expected[clear])
 
 
+def test_edge_tiles_share_the_interior_shape(synth, fcn_ckpt):
+    """Edge windows are shifted inwards, not clipped: every tile batches with the others."""
+    from geoportal.inference.engine import EDGE_ALIGN, SceneTileReader, make_geometry
+    from geoportal.inference.source import load_predictor
+
+    predictor = load_predictor(fcn_ckpt, "cpu")
+    geometry = make_geometry(203, 171, predictor, InferenceConfig(tile_size=48, overlap=8))
+    reader = SceneTileReader(str(synth), predictor, geometry)
+    try:
+        shapes: set[tuple[int, int, int]] = set()
+        starts: set[int] = set()
+        for tile in geometry.grid:
+            ext = reader.extent(tile)
+            shapes.add(reader.shape(tile))
+            core = tile.core
+            # The core lies inside the window, with the nominal context wherever the
+            # scene has it.
+            assert ext.col_off <= max(core.col_off - 8, 0)
+            assert ext.col_off + ext.width >= min(core.col_off + core.width + 8, 203)
+            assert ext.row_off <= max(core.row_off - 8, 0)
+            assert ext.row_off + ext.height >= min(core.row_off + core.height + 8, 171)
+            if ext.width != 64:
+                starts.add(int(ext.col_off))
+            if ext.height != 64:
+                starts.add(int(ext.row_off))
+    finally:
+        reader.close()
+    # Nominal windows are 48 + 2 × 8 = 64 px. The far-edge windows end at the scene's
+    # edge and start on a multiple of EDGE_ALIGN: (203 - 64) // 32 × 32 = 128 → 75 px
+    # wide, (171 - 64) // 32 × 32 = 96 → 75 px high. Clipped windows would come in
+    # six sizes (56, 64, 59 wide; 56, 64, 35 high).
+    assert shapes == {(4, 64, 64), (4, 64, 75), (4, 75, 64), (4, 75, 75)}
+    assert starts == {128, 96} and all(s % EDGE_ALIGN == 0 for s in starts)
+
+
 def test_blend_hides_receptive_field_overrun(synth, tmp_path):
     """With overlap below the receptive radius, cosine blending still beats a hard crop."""
     ckpt = make_checkpoint(tmp_path / "w.pt", synth, "test_tiny_fcn", "segmentation", width=8)

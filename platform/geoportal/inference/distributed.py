@@ -138,10 +138,12 @@ def _task(
     """Compute ``blocks`` on a worker and persist them as part files."""
     import torch
 
+    from geoportal.hostmemory import keep_freed_memory
     from geoportal.inference.engine import BlockEngine, make_geometry
     from geoportal.inference.source import load_predictor
     from geoportal.raster import describe_scene
 
+    keep_freed_memory()
     if torch_threads:
         torch.set_num_threads(torch_threads)
     config = InferenceConfig.model_validate_json(config_json)

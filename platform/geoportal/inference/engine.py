@@ -99,11 +99,28 @@ def make_geometry(
     return RunGeometry(grid, (0, 0), blend_half_width(config.blend, overlap))
 
 
+EDGE_ALIGN = 32
+"""Shifted edge windows start on multiples of this (2**5: U-Nets up to depth 5)."""
+
+
+def _span(core_start: int, overlap: int, tile_size: int, length: int) -> tuple[int, int]:
+    """(start, size) along one axis of a segmentation tile's input window."""
+    nominal = tile_size + 2 * overlap
+    start = core_start - overlap
+    if start + nominal > length:  # the far edge: end at the scene's edge
+        start = max(0, (length - nominal) // EDGE_ALIGN * EDGE_ALIGN)
+        return start, length - start
+    start = max(start, 0)
+    return start, min(nominal, length - start)
+
+
 @dataclass
 class _Batch:
     block: Block
     tiles: list[Tile]
     x: np.ndarray
+    keep: np.ndarray
+    """(B, 1, H, W) bool: input pixels valid in every band."""
     bucket: int
     valid: list[np.ndarray]
     extents: list[Window]
@@ -155,7 +172,18 @@ class SceneTileReader:
         self.dataset.close()
 
     def extent(self, tile: Tile) -> Window:
-        """The scene window the model sees for ``tile`` (may reach outside the scene)."""
+        """The scene window the model sees for ``tile``.
+
+        Patch models: the core plus the patch context, which may reach outside
+        the scene (mirrored there). Segmentation models: a window of the full
+        nominal size (core + overlap on both sides) inside the scene; at the
+        scene's edges it is shifted inwards instead of clipped, so edge tiles
+        have the interior tiles' shape and share their batches (a batch of one
+        odd-shaped tile costs nearly as much as a full one). A shifted window
+        starts on a multiple of :data:`EDGE_ALIGN` pixels, which keeps a
+        U-Net's pooling grid where a whole-image pass has it; the extra context
+        only moves the window edge away from the pixels used.
+        """
         before, after = self.geometry.context
         if before or after:
             core = tile.core
@@ -165,48 +193,136 @@ class SceneTileReader:
                 core.width + before + after,
                 core.height + before + after,
             )
-        return tile.window
+        grid = self.geometry.grid
+        col0, width = _span(int(tile.core.col_off), grid.overlap, grid.tile_size, grid.width)
+        row0, height = _span(int(tile.core.row_off), grid.overlap, grid.tile_size, grid.height)
+        return Window(col0, row0, width, height)
 
-    def read(self, tile: Tile) -> tuple[np.ndarray, np.ndarray, Window]:
-        """(raw data in the scene's dtype over the extent, valid mask of the core, extent)."""
+    def shape(self, tile: Tile) -> tuple[int, int, int]:
+        """(bands, rows, columns) of the array :meth:`read` returns for ``tile``."""
+        ext = self.extent(tile)
+        return self.dataset.count, int(ext.height), int(ext.width)
+
+    def read(
+        self, tile: Tile, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Window]:
+        """The model input of ``tile`` and its valid masks.
+
+        Args:
+            tile: the tile.
+            out: where to put the data (``shape(tile)``, the scene's dtype), e.g. a
+                slot of a batch, which saves a copy; a new array if ``None``.
+
+        Returns:
+            (raw data in the scene's dtype over the extent, the pixels of that data
+            valid in every band, the valid mask of the core, the extent).
+        """
         ext = self.extent(tile)
         h, w = self.dataset.height, self.dataset.width
         r0, c0 = int(ext.row_off), int(ext.col_off)
         r1, c1 = r0 + int(ext.height), c0 + int(ext.width)
         cr0, cc0, cr1, cc1 = max(r0, 0), max(c0, 0), min(r1, h), min(c1, w)
-        data = self.dataset.read(window=Window(cc0, cr0, cc1 - cc0, cr1 - cr0))
+        inside = Window(cc0, cr0, cc1 - cc0, cr1 - cr0)
         pads = ((0, 0), (cr0 - r0, r1 - cr1), (cc0 - c0, c1 - cc1))
-        valid_all = valid_mask(data, self.nodata)
         if any(p for pair in pads for p in pair):
+            data = self.dataset.read(window=inside)
             # Outside the scene, a patch sees the mirror image of its real neighbours.
             data = np.pad(data, pads, mode="reflect" if min(data.shape[1:]) > 1 else "edge")
-            valid_all = np.pad(valid_all, pads[1:], mode="constant", constant_values=False)
+            if out is not None:
+                out[...] = data
+                data = out
+        else:
+            data = self.dataset.read(window=inside, out=out)
         core = tile.core
         rs = int(core.row_off) - r0
         cs = int(core.col_off) - c0
-        valid = valid_all[rs : rs + int(core.height), cs : cs + int(core.width)]
-        return data, valid.copy(), ext
+        data_valid = valid_mask(data, self.nodata)
+        valid = data_valid[rs : rs + int(core.height), cs : cs + int(core.width)].copy()
+        return data, data_valid, valid, ext
 
 
-def normalise_on_device(x: Any, info: Any, nodata: float | None) -> Any:
-    """Raw (B, C, H, W) pixels → normalised float32 on their device, nodata → 0.
+class _BatchBuilder:
+    """Fills one batch of same-shaped tiles of one bucket, in place."""
 
+    def __init__(
+        self, block: Block, bucket: int, size: int, shape: tuple[int, ...], dtype: Any, pin: bool
+    ) -> None:
+        self.block, self.bucket = block, bucket
+        self.x = _host_array((size, *shape), dtype, pin)
+        self.keep = _host_array((size, 1, *shape[1:]), np.dtype(bool), pin)
+        self.tiles: list[Tile] = []
+        self.valid: list[np.ndarray] = []
+        self.extents: list[Window] = []
+
+    @property
+    def slot(self) -> np.ndarray:
+        return self.x[len(self.tiles)]
+
+    @property
+    def full(self) -> bool:
+        return len(self.tiles) == len(self.x)
+
+    def add(self, tile: Tile, data_valid: np.ndarray, valid: np.ndarray, ext: Window) -> None:
+        """Register the tile just read into :attr:`slot`."""
+        self.keep[len(self.tiles), 0] = data_valid
+        self.tiles.append(tile)
+        self.valid.append(valid)
+        self.extents.append(ext)
+
+    def batch(self) -> _Batch:
+        n = len(self.tiles)
+        return _Batch(
+            self.block, self.tiles, self.x[:n], self.keep[:n], self.bucket, self.valid, self.extents
+        )
+
+
+def _host_array(shape: tuple[int, ...], dtype: Any, pin: bool) -> np.ndarray:
+    """An uninitialised host array, page-locked when ``pin`` (async copies to a GPU)."""
+    if not pin:
+        return np.empty(shape, dtype)
+    import torch
+
+    like = torch.from_numpy(np.empty(0, dtype))
+    return torch.empty(shape, dtype=like.dtype, pin_memory=True).numpy()
+
+
+def normalise_on_device(x: Any, info: Any, keep: Any) -> Any:
+    """Raw (B, C, H, W) pixels → normalised float32 on their device, invalid → 0.
+
+    ``keep`` (B, 1, H, W) marks the pixels valid in every band (the reader's
+    mask, computed on the host where numpy does it in a fraction of the time).
     Done on the device, after the transfer: the raw dtype (often uint8/uint16)
-    crosses the bus instead of float32, and the host threads stay free.
+    crosses the bus instead of float32. The arithmetic runs in place: on a CPU
+    this step costs as much as a small model's forward pass when every
+    operation allocates a new float tensor.
     """
     import torch
 
-    x = x.float()
-    bad = torch.zeros_like(x[:, :1], dtype=torch.bool)
-    if nodata is not None:
-        bad = (torch.isnan(x) if np.isnan(nodata) else x == nodata).any(1, keepdim=True)
-    if x.is_floating_point():
-        bad |= ~torch.isfinite(x).all(1, keepdim=True)
+    raw_float = x.is_floating_point()
+    x = x.to(torch.float32, copy=True)
+    if raw_float:
+        torch.nan_to_num_(x, nan=0.0, posinf=0.0, neginf=0.0)  # NaN × 0 would stay NaN
     mean = torch.tensor(info.normalisation.mean, dtype=torch.float32, device=x.device)
     std = torch.tensor(info.normalisation.std, dtype=torch.float32, device=x.device)
     std = torch.where(std > 0, std, torch.ones_like(std))
-    x = (x - mean[None, :, None, None]) / std[None, :, None, None]
-    return x.masked_fill(bad, 0.0)
+    x.sub_(mean[None, :, None, None]).div_(std[None, :, None, None])
+    return x.mul_(keep.to(torch.float32))
+
+
+def _yield_to_model(device: str) -> None:
+    """On a CPU, lower the calling helper thread's scheduling priority.
+
+    The forward pass keeps every core busy with torch's thread team; a reader or
+    writer thread that preempts one of those threads stalls the whole team at
+    its next barrier. With a lower priority (Linux: nice is per thread) the
+    helpers run in the gaps the team leaves and only take a core at full
+    priority when the model is waiting for them anyway.
+    """
+    if device != "cpu" or not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + 10)
 
 
 def _put(q: queue.Queue[Any], item: Any, abort: threading.Event) -> None:
@@ -292,31 +408,43 @@ class BlockEngine:
         autocast(predictor.device, self.precision)  # fails early on fp16 without a GPU
 
     # -- reader -----------------------------------------------------------------
-    def _batches(self, reader: SceneTileReader, block: Block) -> Iterator[_Batch]:
-        groups: dict[tuple[int, tuple[int, ...]], list[tuple[Tile, np.ndarray, np.ndarray, Window]]]
-        groups = {}
+    def _batches(
+        self, reader: SceneTileReader, block: Block, pin: bool = False
+    ) -> Iterator[_Batch]:
+        """Batches of a block's tiles, grouped by bucket and input shape.
+
+        A single model's tiles are read straight into their batch slot; a
+        gallery's are read first, since the pixels pick the bucket.
+        """
+        bs = self.config.batch_size
+        dtype = np.dtype(reader.dataset.dtypes[0])
+        building: dict[tuple[int, tuple[int, ...]], _BatchBuilder] = {}
+
+        def builder(bucket: int, shape: tuple[int, ...]) -> _BatchBuilder:
+            key = (bucket, shape)
+            if key not in building:
+                building[key] = _BatchBuilder(block, bucket, bs, shape, dtype, pin)
+            return building[key]
+
         for tile in block.tiles(self.geometry.grid):
             with self.timer.stage("read"):
-                data, valid, ext = reader.read(tile)
-                core = tile.core
-                rs, cs = int(core.row_off - ext.row_off), int(core.col_off - ext.col_off)
-                core_data = data[:, rs : rs + int(core.height), cs : cs + int(core.width)]
-                bucket = self.predictor.bucket_for(core_data, valid)
-            groups.setdefault((bucket, data.shape), []).append((tile, data, valid, ext))
-        bs = self.config.batch_size
-        for (bucket, _), items in groups.items():
-            for i in range(0, len(items), bs):
-                chunk = items[i : i + bs]
-                with self.timer.stage("read"):
-                    x = np.stack([it[1] for it in chunk])
-                yield _Batch(
-                    block,
-                    [it[0] for it in chunk],
-                    x,
-                    bucket,
-                    [it[2] for it in chunk],
-                    [it[3] for it in chunk],
-                )
+                shape = reader.shape(tile)
+                if self.predictor.is_gallery:
+                    data, data_valid, valid, ext = reader.read(tile)
+                    core = tile.core
+                    rs, cs = int(core.row_off - ext.row_off), int(core.col_off - ext.col_off)
+                    core_data = data[:, rs : rs + int(core.height), cs : cs + int(core.width)]
+                    group = builder(self.predictor.bucket_for(core_data, valid), shape)
+                    group.slot[...] = data
+                else:
+                    group = builder(0, shape)
+                    _, data_valid, valid, ext = reader.read(tile, out=group.slot)
+                group.add(tile, data_valid, valid, ext)
+            if group.full:
+                del building[(group.bucket, shape)]
+                yield group.batch()
+        for group in building.values():
+            yield group.batch()
 
     # -- blender (on the model's device) ----------------------------------------
     def _new_canvas(self, block: Block) -> _Canvas:
@@ -334,8 +462,10 @@ class BlockEngine:
             block.n_tiles,
         )
 
-    def _weights(self, block: Block, tile: Tile) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """Row and column weights of a tile, and where its prediction starts."""
+    def _weights(
+        self, block: Block, tile: Tile, win: Window
+    ) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Row and column weights of a tile predicted on ``win``, and where they start."""
         core, half = tile.core, self.geometry.half
         if self.geometry.context != (0, 0):
             return (
@@ -344,7 +474,6 @@ class BlockEngine:
                 int(core.row_off),
                 int(core.col_off),
             )
-        win = tile.window
         r0, c0 = int(win.row_off), int(win.col_off)
         wr = ramp_weights(
             r0,
@@ -373,7 +502,7 @@ class BlockEngine:
         br, bc = int(block.window.row_off), int(block.window.col_off)
         bh, bw = canvas.valid.shape
         for i, tile in enumerate(batch.tiles):
-            wr, wc, start_r, start_c = self._weights(block, tile)
+            wr, wc, start_r, start_c = self._weights(block, tile, batch.extents[i])
             p = probs[i]
             # Clip the tile's prediction to the block's output window.
             r0, c0 = max(start_r, br), max(start_c, bc)
@@ -451,8 +580,6 @@ class BlockEngine:
         to_write: queue.Queue[Any] = queue.Queue(maxsize=2)
         device = self.predictor.device
         pin = device.startswith("cuda")
-        with open_scene(self.scene) as ds:
-            nodata = ds.nodata
 
         def guarded(fn: Callable[[], None]) -> Callable[[], None]:
             def body() -> None:
@@ -465,12 +592,11 @@ class BlockEngine:
             return body
 
         def read_loop() -> None:
+            _yield_to_model(device)
             reader = SceneTileReader(self.scene, self.predictor, self.geometry)
             try:
                 for block in blocks:
-                    for batch in self._batches(reader, block):
-                        if pin:
-                            batch.x = torch.from_numpy(batch.x).pin_memory()  # type: ignore[assignment]
+                    for batch in self._batches(reader, block, pin):
                         _put(to_model, batch, abort)
                         if abort.is_set():
                             return
@@ -479,6 +605,7 @@ class BlockEngine:
             _put(to_model, _DONE, abort)
 
         def write_loop() -> None:
+            _yield_to_model(device)
             while True:
                 item = _get(to_write, abort)
                 if item is _DONE:
@@ -499,15 +626,16 @@ class BlockEngine:
             canvases: dict[int, _Canvas] = {}
             with torch.inference_mode():
                 while True:
-                    batch = _get(to_model, abort)
+                    with self.timer.stage("wait"):  # the model idle, waiting for input
+                        batch = _get(to_model, abort)
                     if batch is _DONE:
                         break
                     model = self.predictor.models[batch.bucket].module
                     with self.timer.stage("transfer"):
-                        x = batch.x if pin else torch.from_numpy(batch.x)
-                        x = x.to(device, non_blocking=True)  # type: ignore[union-attr]
+                        x = torch.from_numpy(batch.x).to(device, non_blocking=pin)
+                        keep = torch.from_numpy(batch.keep).to(device, non_blocking=pin)
                     with self.timer.stage("forward"), autocast(device, self.precision):
-                        x = normalise_on_device(x, self.predictor.models[batch.bucket].info, nodata)
+                        x = normalise_on_device(x, self.predictor.models[batch.bucket].info, keep)
                         core = batch.tiles[0].core
                         probs = forward_probs(
                             model,

@@ -23,6 +23,7 @@ import numpy as np
 
 from geoportal.atomic import atomic_write_text
 from geoportal.errors import InvalidInputError
+from geoportal.hostmemory import keep_freed_memory
 from geoportal.inference.blocks import Block, block_tiles_for, plan_blocks
 from geoportal.inference.config import InferenceConfig
 from geoportal.inference.engine import BlockEngine, RunGeometry, make_geometry
@@ -107,6 +108,7 @@ def prepare(
         ResourceUnavailableError: CUDA requested without a GPU.
     """
     config = config or InferenceConfig()
+    keep_freed_memory()
     scene = os.fspath(scene)
     info = describe_scene(scene)
     predictor = load_predictor(model, config.device)

@@ -1,9 +1,10 @@
 """The ``stats`` of an inference run: how much, how fast, and where the time went.
 
-Stage seconds are *busy* time of each pipeline stage (read, transfer, forward,
+Stage seconds are *busy* time of each pipeline stage (read, wait, transfer, forward,
 blend, write, assemble). The stages overlap, so they add up to more than the
 wall time when the pipeline works; ``forward / seconds`` close to 1 means the
-model, not I/O, sets the pace.
+model, not I/O, sets the pace, and ``wait`` is how long the model sat idle
+waiting for the reader.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from torch.nn import functional as nnf
 
 from geoportal.checkpoint import ModelInfo, read_checkpoint, save_checkpoint
 from geoportal.errors import InvalidInputError, MissingInputError, ResourceUnavailableError
+from geoportal.hostmemory import keep_freed_memory
 from geoportal.models import KINDS, build_model
 from geoportal.settings import Device
 from geoportal.training.config import DEFAULT_ARCHITECTURE, TrainingConfig, parse_config
@@ -557,6 +558,7 @@ def train(
         ConfigError, InvalidInputError, MissingInputError: with the offending field.
     """
     config = parse_config(config)  # type: ignore[arg-type]
+    keep_freed_memory()
     train_set, val_set = load_training_sets(config, samples, validation, resolve)
     run = RunFolder(run_dir)
     resuming = run.prepare(config, resume=resume)
