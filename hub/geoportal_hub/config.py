@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from geoportal.errors import ConfigError
+from geoportal.hostmemory import WORKER_ENVIRONMENT
 from geoportal.services import free_port
 from geoportal.settings import Settings
 
@@ -94,11 +95,15 @@ def wps_service(
 ) -> dict[str, Any]:
     """The ``c.JupyterHub.services`` entry of the WPS (a hub-managed service)."""
     port = port or free_port()
-    env = platform_environment(settings) | {
-        "GEOPORTAL_WPS__PARALLELPROCESSES": str(settings.wps.parallelprocesses),
-        "GEOPORTAL_WPS__MAXPROCESSES": str(settings.wps.maxprocesses),
-        "PATH": os.environ.get("PATH", ""),
-    }
+    env = (
+        platform_environment(settings)
+        | WORKER_ENVIRONMENT
+        | {
+            "GEOPORTAL_WPS__PARALLELPROCESSES": str(settings.wps.parallelprocesses),
+            "GEOPORTAL_WPS__MAXPROCESSES": str(settings.wps.maxprocesses),
+            "PATH": os.environ.get("PATH", ""),
+        }
+    )
     if settings.wps.database:
         env["GEOPORTAL_WPS__DATABASE"] = settings.wps.database
     return {

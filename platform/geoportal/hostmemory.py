@@ -16,20 +16,37 @@ of the heap top below 1 GiB.
 The cost is that the process keeps its peak working set instead of returning
 it between batches, which is what a long inference or training run wants
 anyway. Elsewhere than glibc (musl, macOS) this is a no-op.
+
+``mallopt`` reaches the main arena fully; a thread's own arena (glibc gives
+most threads one, each at most 64 MiB) still maps blocks larger than that
+afresh, and a Dask task always runs in a thread. Processes we start for
+workers therefore get :data:`WORKER_ENVIRONMENT` as well, which glibc reads at
+start-up: one arena, no mmap for large blocks, no trimming below 1 GiB.
+Measured on the inference benchmark's U-Net (2 Dask workers of one thread):
+73.4 s without it, against 36 s for one process doing the same work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
 import threading
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _TRIM_THRESHOLD_BYTES = 1 << 30
+
+WORKER_ENVIRONMENT = {
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": str(_TRIM_THRESHOLD_BYTES),
+}
+"""Environment for worker processes (Dask LocalCluster workers, Gateway worker pods)."""
 
 _lock = threading.Lock()
 _state: bool | None = None
@@ -61,3 +78,19 @@ def _tune() -> bool:
     if not ok:
         log.debug("mallopt refused the settings; host allocator left as it is")
     return ok
+
+
+@contextlib.contextmanager
+def dask_worker_environment() -> Iterator[None]:
+    """Dask config under which new local workers start with :data:`WORKER_ENVIRONMENT`.
+
+    Dask's Nanny sets ``distributed.nanny.pre-spawn-environ`` before it starts a
+    worker process (by default one OpenMP/BLAS thread and a low trim threshold);
+    ours is merged over it.
+    """
+    import dask.config
+
+    key = "distributed.nanny.pre-spawn-environ"
+    merged = {**(dask.config.get(key, default=None) or {}), **WORKER_ENVIRONMENT}
+    with dask.config.set({key: merged}):
+        yield

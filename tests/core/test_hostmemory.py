@@ -48,3 +48,42 @@ def test_large_allocations_stop_faulting_after_tuning():
     # 20 × 40 MB / 4 KiB pages ≈ 195,000 faults when every buffer is a fresh mapping.
     assert plain > 100_000
     assert tuned < plain / 20
+
+
+def test_worker_environment_reaches_dask_workers_and_the_chart():
+    """LocalCluster workers start with the allocator settings; the chart's Gateway workers too."""
+    from pathlib import Path
+
+    from distributed import Client, LocalCluster
+
+    from geoportal.hostmemory import WORKER_ENVIRONMENT, dask_worker_environment
+
+    def environment() -> dict[str, str]:
+        import os
+
+        return {k: os.environ.get(k, "") for k in (*WORKER_ENVIRONMENT, "OMP_NUM_THREADS")}
+
+    with (
+        dask_worker_environment(),
+        LocalCluster(n_workers=1, processes=True, host="127.0.0.1", dashboard_address=None) as c,
+        Client(c) as client,
+    ):
+        seen = client.submit(environment).result(timeout=60)
+    assert seen == {**WORKER_ENVIRONMENT, "OMP_NUM_THREADS": "1"}  # Dask's own entries stay
+    chart = Path(__file__).parents[2] / "helm" / "geoportal"
+    values = (chart / "values.yaml").read_text()
+    wps = (chart / "templates" / "wps" / "deployment.yaml").read_text()
+    for key, value in WORKER_ENVIRONMENT.items():
+        assert f'"{key}": "{value}"' in values
+        assert f'- name: {key}\n              value: "{value}"' in wps
+
+
+def test_local_wps_service_gets_the_worker_environment():
+    """Sync Executes run in the WPS server's threads: it starts with the settings too."""
+    from geoportal_hub.config import wps_service
+
+    from geoportal.hostmemory import WORKER_ENVIRONMENT
+    from geoportal.settings import Settings
+
+    env = wps_service(Settings(), port=1)["environment"]
+    assert WORKER_ENVIRONMENT.items() <= env.items()

@@ -32,14 +32,19 @@ def _start_dask(settings: Any) -> tuple[Any, str, str | None]:
         return None, settings.dask.scheduler, None
     from distributed import LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=settings.dask.n_workers,
-        threads_per_worker=settings.dask.threads_per_worker,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=f"127.0.0.1:{settings.dask.dashboard_port}",
-        resources={"GPU": settings.dask.gpus_per_worker} if settings.dask.gpus_per_worker else None,
-    )
+    from geoportal.hostmemory import dask_worker_environment
+
+    with dask_worker_environment():
+        cluster = LocalCluster(
+            n_workers=settings.dask.n_workers,
+            threads_per_worker=settings.dask.threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=f"127.0.0.1:{settings.dask.dashboard_port}",
+            resources={"GPU": settings.dask.gpus_per_worker}
+            if settings.dask.gpus_per_worker
+            else None,
+        )
     return cluster, cluster.scheduler_address, cluster.dashboard_link
 
 

@@ -62,10 +62,13 @@ def dask_client(options: DaskOptions) -> Iterator[Any]:
     """A ``distributed.Client`` for the configured cluster, closed afterwards."""
     from distributed import Client, LocalCluster
 
+    from geoportal.hostmemory import dask_worker_environment
+
     address = options.address
     if not address:
         resources = {"GPU": options.gpus_per_worker} if options.gpus_per_worker else None
         with (
+            dask_worker_environment(),
             LocalCluster(
                 n_workers=options.n_workers,
                 threads_per_worker=options.threads_per_worker,
