@@ -118,9 +118,10 @@ def _span(core_start: int, overlap: int, tile_size: int, length: int) -> tuple[i
 class _Batch:
     block: Block
     tiles: list[Tile]
-    x: np.ndarray
-    keep: np.ndarray
-    """(B, 1, H, W) bool: input pixels valid in every band."""
+    x: Any
+    """(B, C, H, W) torch host tensor of raw pixels."""
+    keep: Any
+    """(B, 1, H, W) bool torch host tensor: input pixels valid in every band."""
     bucket: int
     valid: list[np.ndarray]
     extents: list[Window]
@@ -242,20 +243,31 @@ class SceneTileReader:
 
 
 class _BatchBuilder:
-    """Fills one batch of same-shaped tiles of one bucket, in place."""
+    """Fills one batch of same-shaped tiles of one bucket, in place.
+
+    The batch lives in torch host tensors (page-locked when the model is on a
+    GPU, so the copy is asynchronous and the host allocator knows the buffer is
+    in flight); the reader writes into their numpy views.
+    """
 
     def __init__(
         self, block: Block, bucket: int, size: int, shape: tuple[int, ...], dtype: Any, pin: bool
     ) -> None:
+        import torch
+
         self.block, self.bucket = block, bucket
-        self.x = _host_array((size, *shape), dtype, pin)
-        self.keep = _host_array((size, 1, *shape[1:]), np.dtype(bool), pin)
+        torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+        self.x_host = torch.empty((size, *shape), dtype=torch_dtype, pin_memory=pin)
+        self.keep_host = torch.empty((size, 1, *shape[1:]), dtype=torch.bool, pin_memory=pin)
+        self.x = self.x_host.numpy()
+        self.keep = self.keep_host.numpy()
         self.tiles: list[Tile] = []
         self.valid: list[np.ndarray] = []
         self.extents: list[Window] = []
 
     @property
     def slot(self) -> np.ndarray:
+        """Where the next tile's data goes."""
         return self.x[len(self.tiles)]
 
     @property
@@ -272,18 +284,14 @@ class _BatchBuilder:
     def batch(self) -> _Batch:
         n = len(self.tiles)
         return _Batch(
-            self.block, self.tiles, self.x[:n], self.keep[:n], self.bucket, self.valid, self.extents
+            self.block,
+            self.tiles,
+            self.x_host[:n],
+            self.keep_host[:n],
+            self.bucket,
+            self.valid,
+            self.extents,
         )
-
-
-def _host_array(shape: tuple[int, ...], dtype: Any, pin: bool) -> np.ndarray:
-    """An uninitialised host array, page-locked when ``pin`` (async copies to a GPU)."""
-    if not pin:
-        return np.empty(shape, dtype)
-    import torch
-
-    like = torch.from_numpy(np.empty(0, dtype))
-    return torch.empty(shape, dtype=like.dtype, pin_memory=True).numpy()
 
 
 def normalise_on_device(x: Any, info: Any, keep: Any) -> Any:
@@ -632,8 +640,8 @@ class BlockEngine:
                         break
                     model = self.predictor.models[batch.bucket].module
                     with self.timer.stage("transfer"):
-                        x = torch.from_numpy(batch.x).to(device, non_blocking=pin)
-                        keep = torch.from_numpy(batch.keep).to(device, non_blocking=pin)
+                        x = batch.x.to(device, non_blocking=pin)
+                        keep = batch.keep.to(device, non_blocking=pin)
                     with self.timer.stage("forward"), autocast(device, self.precision):
                         x = normalise_on_device(x, self.predictor.models[batch.bucket].info, keep)
                         core = batch.tiles[0].core
