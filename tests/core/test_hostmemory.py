@@ -80,10 +80,9 @@ def test_worker_environment_reaches_dask_workers_and_the_chart():
 
 def test_local_wps_service_gets_the_worker_environment():
     """Sync Executes run in the WPS server's threads: it starts with the settings too."""
-    from geoportal_hub.config import wps_service
-
     from geoportal.hostmemory import WORKER_ENVIRONMENT
     from geoportal.settings import Settings
+    from geoportal_hub.config import wps_service
 
     env = wps_service(Settings(), port=1)["environment"]
     assert WORKER_ENVIRONMENT.items() <= env.items()

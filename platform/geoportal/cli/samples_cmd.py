@@ -2,7 +2,8 @@
 
 A thin layer over :mod:`geoportal.sampling`: ``extract`` calls
 :func:`~geoportal.sampling.extract.extract_samples`, ``balance`` runs
-:class:`~geoportal.sampling.balanced.BalancedSampler`, the same functions the
+:class:`~geoportal.sampling.balanced.BalancedSampler`, ``check-labels`` runs
+:func:`~geoportal.labelcheck.check_labels`, the same functions the
 WPS processes and notebooks call. Paths are local paths.
 """
 
@@ -102,6 +103,49 @@ def balance(
             f"(sizes {[c['size'] for c in cls['clusters']]})"
         )
     typer.echo(f"selected {rep['selected']} of {rep['samples']} -> {result.selection}")
+
+
+@samples_app.command("check-labels")
+@reports_errors
+def check_labels_cmd(
+    raster: Path = typer.Argument(..., help="Scene the labels describe."),
+    labels: Path = typer.Argument(..., help="Vector labels (polygons and/or points)."),
+    class_field: str = typer.Option(..., help="Field with class names or codes."),
+    csv_out: Path | None = typer.Option(None, "--csv", help="Write every feature's verdict here."),
+    drop: Path | None = typer.Option(None, help="Write the labels without the suspects (.gpkg)."),
+    points: bool = typer.Option(True, "--points/--no-points", help="Drop suspect points too."),
+    k: int = typer.Option(7, help="Neighbours that vote for each pixel."),
+    max_own_share: float = typer.Option(0.2, help="Suspect at most this share for its class."),
+    min_other_share: float = typer.Option(0.6, help="...and at least this for one other class."),
+) -> None:
+    """Find labelled features whose pixels the other labels call another class."""
+    import csv
+
+    from geoportal.atomic import atomic_path
+    from geoportal.labelcheck import LabelCheckConfig, check_labels, checks_table, drop_suspects
+
+    config = LabelCheckConfig(k=k, max_own_share=max_own_share, min_other_share=min_other_share)
+    checks = check_labels(raster, labels, class_field, config)
+    suspects = [c for c in checks if c.suspect]
+    judged = sum(c.own_share is not None for c in checks)
+    typer.echo(
+        f"{len(suspects)} suspect of {judged} features with valid pixels ({len(checks)} in all)"
+    )
+    for c in suspects:
+        typer.echo(
+            f"  feature {c.index} ({c.kind}, {c.pixels} px): labelled {c.label}, "
+            f"{c.other_share:.0%} of the votes say {c.other_class}"
+        )
+    if csv_out is not None:
+        rows = checks_table(checks)
+        with atomic_path(csv_out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        typer.echo(f"verdicts -> {csv_out}")
+    if drop is not None:
+        kinds = ("polygon", "point") if points else ("polygon",)
+        typer.echo(f"labels without suspects -> {drop_suspects(labels, checks, drop, kinds=kinds)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,9 @@
 """The block engine: read → transfer → forward → blend → write, overlapped in threads.
 
 One reader thread decodes tiles straight into raw batches ahead of the model
-(``prefetch`` batches) and masks nodata there with numpy; the calling thread moves them to the device (raw
-dtype: uint8 crosses the bus, not float32), normalises them there, runs the
+(``prefetch`` batches) and masks nodata there with numpy; the calling thread
+moves them to the device (raw dtype: uint8 crosses the bus, not float32),
+normalises them there, runs the
 forward pass and blends the class probabilities into the block's canvas *on
 the device*, so only the uint8 winners come back; a writer thread maps them
 to class codes, applies nodata and hands finished blocks to a sink (the part
