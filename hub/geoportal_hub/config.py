@@ -23,8 +23,9 @@ Choices, and why:
   tutorial notebooks copied into ``~/notebooks/`` on first start (never over a
   user's edits).
 * **Services**: the WPS at ``/services/wps`` (hub-managed, hub tokens and OAuth)
-  plus the tile service and any ``extra_services``. Users are granted
-  ``access:services`` so their tokens reach them.
+  plus the tile service, the idle culler when ``hub.idle_cull_seconds`` is set,
+  and any ``extra_services``. Users are granted ``access:services`` so their
+  tokens reach them.
 * **State**: hub database (SQLite), cookie secret and proxy pid in
   ``<state_dir>/hub/``, so a second ``geoportal up`` finds everything again.
 """
@@ -88,6 +89,41 @@ def platform_environment(settings: Settings) -> dict[str, str]:
     if settings.dask.scheduler:
         env["GEOPORTAL_DASK__SCHEDULER"] = settings.dask.scheduler
     return env
+
+
+IDLE_CULLER = "idle-culler"
+
+
+def idle_culler(
+    settings: Settings, *, python: str = sys.executable
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The idle culler's service entry and role, or ``None`` when culling is off.
+
+    ``hub.idle_cull_seconds`` > 0 stops single-user servers idle for that long
+    (jupyterhub-idle-culler, the culler z2jh runs; the chart's ``cull`` values do
+    the same on Kubernetes). Off by default: the platform promises unlimited
+    working time, and a stopped server loses its kernels' state.
+    """
+    timeout = settings.hub.idle_cull_seconds
+    if not timeout:
+        return None
+    every = max(1, min(60, timeout // 2))
+    service = {
+        "name": IDLE_CULLER,
+        "command": [
+            python,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={timeout}",
+            f"--cull-every={every}",
+        ],
+    }
+    role = {
+        "name": IDLE_CULLER,
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": [IDLE_CULLER],
+    }
+    return service, role
 
 
 def wps_service(
@@ -245,6 +281,10 @@ def configure_local(
     c.Spawner.pre_spawn_hook = prepare_home
 
     services = [wps_service(settings, python=python)]
+    culler = idle_culler(settings, python=python)
+    if culler is not None:
+        services.append(culler[0])
+        c.JupyterHub.load_roles = [*c.JupyterHub.load_roles, culler[1]]
     if tiles:
         entry = tile_service(settings, python=python)
         if entry is not None:

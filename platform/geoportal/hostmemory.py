@@ -32,6 +32,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
 import threading
 from collections.abc import Iterator
 
@@ -82,15 +83,27 @@ def _tune() -> bool:
 
 @contextlib.contextmanager
 def dask_worker_environment() -> Iterator[None]:
-    """Dask config under which new local workers start with :data:`WORKER_ENVIRONMENT`.
+    """New local Dask workers start with :data:`WORKER_ENVIRONMENT` inside this block.
 
-    Dask's Nanny sets ``distributed.nanny.pre-spawn-environ`` before it starts a
-    worker process (by default one OpenMP/BLAS thread and a low trim threshold);
-    ours is merged over it.
+    Dask's Nanny puts ``distributed.nanny.pre-spawn-environ`` into the parent's
+    environment before it starts a worker process (by default one OpenMP/BLAS
+    thread and a low trim threshold), and a variable already in the parent's
+    environment wins over that config. An earlier cluster in the same process
+    (a notebook's own ``LocalCluster``) leaves its values there, so both are
+    set here; the environment is restored afterwards.
     """
     import dask.config
 
     key = "distributed.nanny.pre-spawn-environ"
     merged = {**(dask.config.get(key, default=None) or {}), **WORKER_ENVIRONMENT}
-    with dask.config.set({key: merged}):
-        yield
+    saved = {name: os.environ.get(name) for name in WORKER_ENVIRONMENT}
+    os.environ.update(WORKER_ENVIRONMENT)
+    try:
+        with dask.config.set({key: merged}):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -80,7 +80,12 @@ class HubSettings(_Section):
         "nextcloud: GenericOAuthenticator against Nextcloud; dummy: tests only.",
     )
     admin_users: list[str] = Field(default_factory=list, description="Hub administrators.")
-    idle_cull_seconds: int = Field(0, ge=0, description="Cull idle servers after this; 0 = never.")
+    idle_cull_seconds: int = Field(
+        0,
+        ge=0,
+        description="Local hub: stop servers idle this long (jupyterhub-idle-culler; on "
+        "Kubernetes the chart's jupyterhub.cull does it); 0 = never.",
+    )
 
 
 class DaskSettings(_Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def test_large_allocations_stop_faulting_after_tuning():
     assert tuned < plain / 20
 
 
-def test_worker_environment_reaches_dask_workers_and_the_chart():
+def test_worker_environment_reaches_dask_workers_and_the_chart(monkeypatch):
     """LocalCluster workers start with the allocator settings; the chart's Gateway workers too."""
     from pathlib import Path
 
@@ -63,6 +64,9 @@ def test_worker_environment_reaches_dask_workers_and_the_chart():
 
         return {k: os.environ.get(k, "") for k in (*WORKER_ENVIRONMENT, "OMP_NUM_THREADS")}
 
+    # A cluster started earlier in this process may have left Dask's own values in the
+    # environment (the Nanny writes them there); they must not win.
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     with (
         dask_worker_environment(),
         LocalCluster(n_workers=1, processes=True, host="127.0.0.1", dashboard_address=None) as c,
@@ -70,6 +74,7 @@ def test_worker_environment_reaches_dask_workers_and_the_chart():
     ):
         seen = client.submit(environment).result(timeout=60)
     assert seen == {**WORKER_ENVIRONMENT, "OMP_NUM_THREADS": "1"}  # Dask's own entries stay
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # restored
     chart = Path(__file__).parents[2] / "helm" / "geoportal"
     values = (chart / "values.yaml").read_text()
     wps = (chart / "templates" / "wps" / "deployment.yaml").read_text()

@@ -68,3 +68,31 @@ def test_ctrl_c_leaves_no_process_and_restart_keeps_data(tmp_path_factory):
         again.login("carol")
     finally:
         assert again.stop() == []
+
+
+def test_idle_servers_are_culled_when_configured(tmp_path_factory):
+    """hub.idle_cull_seconds starts jupyterhub-idle-culler, which stops an idle server."""
+    platform = RunningPlatform(tmp_path_factory.mktemp("cull"))
+    platform.env["GEOPORTAL_HUB__IDLE_CULL_SECONDS"] = "4"
+    platform.start()
+    try:
+        token = platform.token("dave")
+        headers = {"Authorization": f"token {token}"}
+        user_url = f"{platform.url}/hub/api/users/dave"
+        resp = requests.post(f"{user_url}/server", headers=headers, timeout=60)
+        assert resp.status_code in (201, 202), resp.text
+        seen_running = False
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            servers = requests.get(user_url, headers=headers, timeout=30).json()["servers"]
+            if servers.get("", {}).get("ready"):
+                seen_running = True
+            elif seen_running and not servers:
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"server not culled; running seen: {seen_running}")
+        log = (platform.base / "state" / "logs" / "jupyterhub.log").read_text()
+        assert "idle-culler" in log
+    finally:
+        assert platform.stop() == []
