@@ -3,17 +3,17 @@
 One reader thread decodes tiles straight into raw batches ahead of the model
 (``prefetch`` batches) and masks nodata there with numpy; the calling thread
 moves them to the device (raw dtype: uint8 crosses the bus, not float32),
-normalises them there, runs the
-forward pass and blends the class probabilities into the block's canvas *on
-the device*, so only the uint8 winners come back; a writer thread maps them
-to class codes, applies nodata and hands finished blocks to a sink (the part
-files of :mod:`geoportal.inference.resume`). rasterio and torch release the
-GIL, so reading and writing overlap with the forward pass; keeping the
-blending in torch leaves the host threads almost idle, which matters on a CPU
-where every host cycle is taken from the forward pass (there the helper threads
-also run at a lower priority). Each thread handles its items in a fixed
-order and batches never span blocks, so a block's bytes do not depend on which
-other blocks ran before it, on which worker, or whether the run was resumed.
+normalises them there, runs the forward pass and blends the class
+probabilities into the block's canvas *on the device*, so only the uint8
+winners come back; a writer thread maps them to class codes, applies nodata
+and hands finished blocks to a sink (the part files of
+:mod:`geoportal.inference.resume`). rasterio and torch release the GIL, so
+reading and writing overlap with the forward pass; keeping the blending in
+torch leaves the host threads almost idle, which matters on a CPU where every
+host cycle is taken from the forward pass (there the helper threads also run
+at a lower priority). Each thread handles its items in a fixed order and
+batches never span blocks, so a block's bytes do not depend on which other
+blocks ran before it, on which worker, or whether the run was resumed.
 """
 
 from __future__ import annotations
