@@ -421,7 +421,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     per_seed = []
     for i, seed in enumerate(seeds):
         print(f"\n######## split seed {seed}")
-        per_seed.append(run_split(args, seed, work / f"seed-{seed}", comparisons=i == 0))
+        compare = i == 0 or args.compare_on == "all"
+        per_seed.append(run_split(args, seed, work / f"seed-{seed}", comparisons=compare))
     accs = np.array([r["balanced"].acc for r in per_seed])
     print(f"\n== held-out overall ACC over {len(seeds)} splits (balanced selection, patch "
           f"{args.patch_size}, {args.epochs} epochs)")  # fmt: skip
@@ -434,8 +435,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               f"{poly:9.3f} {pts:7.3f}")  # fmt: skip
     print(f"{'mean':>6} {accs.mean():7.3f}  (std {accs.std():.3f}, min {accs.min():.3f}, "
           f"max {accs.max():.3f}; goal {GOAL})")  # fmt: skip
+    if args.compare_on == "all" and len(seeds) > 1:
+        print_comparisons_over_splits(seeds, per_seed)
     print(f"\nmean held-out overall ACC / {GOAL}: {accs.mean() / GOAL:.3f}")
     return {"seeds": seeds, "splits": per_seed, "mean_acc": float(accs.mean())}
+
+
+def _macro(scores: Scores) -> float:
+    return float(
+        np.nanmean([v if isinstance(v, float) else np.nan for v in scores.recall.values()])
+    )
+
+
+def print_comparisons_over_splits(seeds: list[int], per_seed: list[dict[str, Any]]) -> None:
+    """Balanced vs random and gallery vs single on every split, and their means."""
+    print("\n== comparisons on every split (random: mean of the draws)")
+    print(f"{'seed':>6} {'bal ACC':>8} {'rnd ACC':>8} {'bal macro':>10} {'rnd macro':>10} "
+          f"{'gallery':>8} {'single':>8}")  # fmt: skip
+    widths = (8, 8, 10, 10, 8, 8)
+    rows = []
+    for seed, r in zip(seeds, per_seed, strict=True):
+        b, rnd = r["balanced"], r["random"]
+        row = (
+            b.acc,
+            float(np.mean([x.acc for x in rnd])) if rnd else float("nan"),
+            _macro(b),
+            float(np.mean([_macro(x) for x in rnd])) if rnd else float("nan"),
+            r["gallery"].acc if "gallery" in r else float("nan"),
+            r["single"].acc if "single" in r else float("nan"),
+        )
+        rows.append(row)
+        print(f"{seed:>6} " + " ".join(fmt(v, w) for v, w in zip(row, widths, strict=True)))
+    means = [float(v) for v in np.nanmean(np.array(rows), axis=0)]
+    print(f"{'mean':>6} " + " ".join(fmt(v, w) for v, w in zip(means, widths, strict=True)))
+    classes = list(per_seed[0]["balanced"].support)
+    print(f"{'class':<12} {'balanced recall':>16} {'random recall':>14}  (mean over splits)")
+    for c in classes:
+        bal = [r["balanced"].recall.get(c) for r in per_seed]
+        rnd = [x.recall.get(c) for r in per_seed for x in r["random"]]
+        bal = [v for v in bal if isinstance(v, float)]
+        rnd = [v for v in rnd if isinstance(v, float)]
+        print(f"{c:<12} {fmt(float(np.mean(bal)) if bal else None, 16)} "
+              f"{fmt(float(np.mean(rnd)) if rnd else None, 14)}")  # fmt: skip
 
 
 def run_split(
@@ -624,6 +665,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--drop-suspects", default="none", choices=["none", "polygons", "all"],
         help="leave out training features that geoportal.labelcheck finds the image contradicts",
+    )  # fmt: skip
+    ap.add_argument(
+        "--compare-on", default="first", choices=["first", "all"],
+        help="run the random-selection and gallery comparisons on the first split or on all",
     )  # fmt: skip
     ap.add_argument("--patch-size", type=int, default=7)
     ap.add_argument("--epochs", type=int, default=50)

@@ -167,20 +167,26 @@ def check_labels(
 def _neighbour_votes(
     x: np.ndarray, owner: np.ndarray, cls: np.ndarray, n_classes: int, k: int
 ) -> np.ndarray:
-    """(n, n_classes) votes of each pixel's k nearest pixels of other features."""
+    """(n, n_classes) votes of each pixel's k nearest pixels of other features.
+
+    Brute force in row chunks of about 2**22 distances (32 MiB): the work grows
+    with the square of the sampled pixels (``max_pixels`` per feature caps it; 30,000
+    pixels take a few seconds).
+    """
     votes = np.zeros((len(x), n_classes), np.int64)
-    sq = (x**2).sum(axis=1)
-    k = min(k, len(x) - 1) if len(x) > 1 else 0
-    if k == 0:
+    k = min(k, len(x) - 1)
+    if k < 1:
         return votes
-    for start in range(0, len(x), 512):
-        stop = min(start + 512, len(x))
+    sq = (x**2).sum(axis=1)
+    rows_per_chunk = max(1, (1 << 22) // len(x))
+    for start in range(0, len(x), rows_per_chunk):
+        stop = min(start + rows_per_chunk, len(x))
         d = sq[start:stop, None] + sq[None, :] - 2.0 * x[start:stop] @ x.T
         d[owner[start:stop, None] == owner[None, :]] = np.inf  # never its own feature
         near = np.argpartition(d, k - 1, axis=1)[:, :k]
         usable = np.isfinite(np.take_along_axis(d, near, axis=1))
-        for row in range(stop - start):
-            np.add.at(votes[start + row], cls[near[row][usable[row]]], 1)
+        rows = np.broadcast_to(np.arange(start, stop)[:, None], near.shape)
+        np.add.at(votes, (rows[usable], cls[near[usable]]), 1)
     return votes
 
 
