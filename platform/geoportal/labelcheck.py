@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from rasterio.errors import WindowError
 from rasterio.features import geometry_mask
 from rasterio.windows import Window, from_bounds
 
@@ -77,8 +78,8 @@ class FeatureCheck:
 
 def _feature_pixels(
     scene: str, labels: str, class_field: str, config: LabelCheckConfig
-) -> tuple[list[tuple[int, str, str, np.ndarray]], dict[int, str]]:
-    """(index, class name, kind, valid pixels (n, bands)) per feature; code → name."""
+) -> list[tuple[int, str, str, np.ndarray]]:
+    """(index, class name, kind, valid pixels (n, bands)) per feature."""
     rng = np.random.default_rng(config.seed)
     with open_scene(scene) as ds:
         labelset = read_labels(labels, class_field, target_crs=ds.crs)
@@ -97,7 +98,7 @@ def _feature_pixels(
             window = Window(c0, r0, c1 - c0, r1 - r0)
             try:
                 window = window.intersection(full)
-            except Exception:  # noqa: BLE001 - rasterio raises WindowError outside the scene
+            except WindowError:  # the feature lies outside the scene
                 out.append((int(position), names[int(code)], kind, empty))
                 continue
             data = ds.read(window=window)
@@ -111,7 +112,7 @@ def _feature_pixels(
             if len(pixels) > config.max_pixels:
                 pixels = pixels[np.sort(rng.choice(len(pixels), config.max_pixels, replace=False))]
             out.append((int(position), names[int(code)], kind, pixels))
-    return out, names
+    return out
 
 
 def check_labels(
@@ -131,7 +132,7 @@ def check_labels(
             as reading the scene and the labels does.
     """
     config = config or LabelCheckConfig()
-    features, _ = _feature_pixels(os.fspath(scene), os.fspath(labels), class_field, config)
+    features = _feature_pixels(os.fspath(scene), os.fspath(labels), class_field, config)
     counted = [f for f in features if len(f[3])]
     if not counted:
         return [FeatureCheck(i, c, k, 0, None, None, None, False) for i, c, k, _ in features]

@@ -116,3 +116,13 @@ def test_cli_check_labels(nc_scene, nc_labels, tmp_path, settings):  # noqa: ARG
 
     bad = CliRunner().invoke(app, [*args[:-1], "nope"])
     assert bad.exit_code == 2 and "class_field" in bad.output
+
+
+def test_a_feature_outside_the_scene_is_not_judged(two_class_scene, tmp_path):
+    rows = [
+        ("left", box(*_px(2, 20), *_px(12, 10))),
+        ("right", box(*_px(50, 20), *_px(60, 10))),
+        ("left", Point(*_px(500, 500))),  # far outside the scene
+    ]
+    checks = check_labels(two_class_scene, _labels(tmp_path / "l.gpkg", rows), "label")
+    assert (checks[2].pixels, checks[2].own_share, checks[2].suspect) == (0, None, False)
